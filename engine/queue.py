@@ -1,0 +1,299 @@
+"""The producer and admin side: enqueue jobs, read queue state, operate dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from redis.asyncio import Redis
+
+from engine.connection import check_server, create_redis
+from engine.errors import Backpressure, EngineError, JobExists, JobNotFound, QueueFull
+from engine.ids import new_job_id
+from engine.jobs import encode_payload
+from engine.keys import QueueKeys, queues_key
+from engine.names import check_name
+from engine.scripts import Scripts
+from engine.settings import Settings
+
+ENQUEUE_STRIDE = 9
+DLQ_BATCH = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job to enqueue; `None` fields take the queue's defaults."""
+
+    task: str
+    payload: Any = None
+    lane: str | None = None
+    job_id: str | None = None
+    max_attempts: int | None = None
+    max_crashes: int | None = None
+    delay_s: float | None = None
+    due_at: datetime | None = None
+    trace_id: str | None = None
+
+
+@dataclass(slots=True)
+class QueueStats:
+    """A queue's state, read with O(1) commands per key."""
+
+    queue: str
+    lanes: dict[str, int]
+    scheduled: int
+    dead: int
+    outbox: int
+    paused: bool
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> int:
+        return sum(self.lanes.values())
+
+
+class JobQueue:
+    """Enqueue jobs and administer queues over one Redis client."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.scripts = Scripts(redis)
+        self._known_queues: set[str] = set()
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> JobQueue:
+        """Create a client and check that the server is fit (version, eviction policy)."""
+        redis = create_redis(settings)
+        await check_server(redis, settings)
+        return cls(redis, settings)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    def keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(check_name("queue", queue), self.settings.namespace)
+
+    def lane_keys(self, keys: QueueKeys) -> list[str]:
+        return [keys.lane(lane) for lane in self.settings.lanes]
+
+    # -- enqueue ---------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        queue: str,
+        task: str,
+        payload: Any = None,
+        *,
+        lane: str | None = None,
+        job_id: str | None = None,
+        max_attempts: int | None = None,
+        max_crashes: int | None = None,
+        delay_s: float | None = None,
+        due_at: datetime | None = None,
+        trace_id: str | None = None,
+        wait_s: float = 0.0,
+    ) -> str:
+        """Enqueue one job and return its id.
+
+        Raises `QueueFull` past the configured lengths (after waiting up to `wait_s` for
+        room), `Backpressure` while the ledger is behind, `JobExists` for a taken id.
+        """
+        spec = JobSpec(
+            task, payload, lane, job_id, max_attempts, max_crashes, delay_s, due_at, trace_id
+        )
+        return (await self.enqueue_many(queue, [spec], wait_s=wait_s))[0]
+
+    async def enqueue_many(
+        self, queue: str, specs: Sequence[JobSpec], *, wait_s: float = 0.0
+    ) -> list[str]:
+        """Enqueue several jobs in one atomic call; all or, on a full queue, a prefix."""
+        keys = self.keys(queue)
+        ids, argv = self._enqueue_args(queue, specs)
+        await self._register_queue(queue)
+        deadline = time.monotonic() + wait_s
+        while True:
+            reply = await self.scripts.enqueue(
+                keys=[keys.events, keys.scheduled, keys.wake, keys.meta, *self.lane_keys(keys)],
+                args=argv,
+            )
+            try:
+                return self._enqueue_result(queue, ids, specs, reply)
+            except QueueFull:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+
+    def _enqueue_args(self, queue: str, specs: Sequence[JobSpec]) -> tuple[list[str], list[Any]]:
+        s = self.settings
+        keys = self.keys(queue)
+        argv: list[Any] = [
+            keys.prefix,
+            s.ledger_max_backlog,
+            s.ledger_max_age_ms,
+            s.max_lane_length,
+            s.max_queue_length,
+            len(specs),
+        ]
+        ids = []
+        for spec in specs:
+            job_id = check_name("job id", spec.job_id) if spec.job_id else new_job_id()
+            ids.append(job_id)
+            argv += [
+                job_id,
+                check_name("task", spec.task),
+                self._lane_index(spec.lane or s.default_lane),
+                encode_payload(spec.payload, queue=queue, limit_bytes=s.max_payload_bytes),
+                spec.max_attempts or s.max_attempts,
+                s.max_crashes if spec.max_crashes is None else spec.max_crashes,
+                int((spec.delay_s or 0) * 1000),
+                int(spec.due_at.timestamp() * 1000) if spec.due_at else 0,
+                spec.trace_id or "",
+            ]
+        return ids, argv
+
+    def _lane_index(self, lane: str) -> int:
+        try:
+            return self.settings.lanes.index(check_name("lane", lane)) + 1
+        except ValueError:
+            msg = f"unknown lane {lane!r}: the lanes are {', '.join(self.settings.lanes)}"
+            raise EngineError(msg) from None
+
+    def _enqueue_result(
+        self, queue: str, ids: list[str], specs: Sequence[JobSpec], reply: list[Any]
+    ) -> list[str]:
+        if reply and reply[0] == "bp":
+            raise Backpressure(queue, int(reply[1]), int(reply[2]), self._bp_limit())
+        for job_id, spec, status in zip(ids, specs, reply, strict=True):
+            if status == "exists":
+                msg = f"job {job_id!r} already exists in queue {queue!r}; nothing was enqueued"
+                raise JobExists(msg)
+            kind, _, length = str(status).partition(":")
+            if kind == "lane_full":
+                lane = spec.lane or self.settings.default_lane
+                raise QueueFull(queue, int(length), self.settings.max_lane_length, lane)
+            if kind == "queue_full":
+                raise QueueFull(queue, int(length), self.settings.max_queue_length)
+        return ids
+
+    def _bp_limit(self) -> str:
+        s = self.settings
+        return f"max backlog {s.ledger_max_backlog or 'none'}, max age {s.ledger_max_age_ms} ms"
+
+    async def _register_queue(self, queue: str) -> None:
+        if queue not in self._known_queues:
+            await self.redis.sadd(queues_key(self.settings.namespace), queue)
+            self._known_queues.add(queue)
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def queues(self) -> list[str]:
+        """Names of every queue ever enqueued to (a registry, never a keyspace walk)."""
+        members = await self.redis.smembers(queues_key(self.settings.namespace))
+        return sorted(cast(set[str], members))
+
+    async def stats(self, queue: str) -> QueueStats:
+        keys = self.keys(queue)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for lane_key in self.lane_keys(keys):
+                pipe.llen(lane_key)
+            pipe.zcard(keys.scheduled)
+            pipe.llen(keys.dead)
+            pipe.xlen(keys.events)
+            pipe.hget(keys.meta, "paused")
+            pipe.smembers(keys.workers)
+            *lanes, scheduled, dead, outbox, paused, workers = await pipe.execute()
+        in_flight = await self._in_flight(keys, sorted(workers))
+        return QueueStats(
+            queue,
+            dict(zip(self.settings.lanes, lanes, strict=True)),
+            scheduled,
+            dead,
+            outbox,
+            paused == "1",
+            in_flight,
+        )
+
+    async def _in_flight(self, keys: QueueKeys, workers: list[str]) -> dict[str, int]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker in workers:
+                pipe.llen(keys.processing(worker))
+            counts = await pipe.execute()
+        return dict(zip(workers, counts, strict=True))
+
+    async def job(self, queue: str, job_id: str) -> dict[str, str]:
+        """The stored record of one job."""
+        record = cast(dict[str, str], await self.redis.hgetall(self.keys(queue).job(job_id)))
+        if not record:
+            msg = f"queue {queue!r} holds no job {job_id!r} (never enqueued, or expired)"
+            raise JobNotFound(msg)
+        return record
+
+    async def events(self, queue: str, count: int = 1000) -> list[tuple[str, dict[str, str]]]:
+        """The oldest un-shipped events of the queue's outbox."""
+        entries = await self.redis.xrange(self.keys(queue).events, count=count)
+        return cast(list[tuple[str, dict[str, str]]], entries)
+
+    # -- operating -------------------------------------------------------------------
+
+    async def pause(self, queue: str, *, by: str = "operator") -> bool:
+        return await self._pause(queue, "pause", by)
+
+    async def resume(self, queue: str, *, by: str = "operator") -> bool:
+        return await self._pause(queue, "resume", by)
+
+    async def _pause(self, queue: str, action: str, by: str) -> bool:
+        keys = self.keys(queue)
+        changed = await self.scripts.pause(
+            keys=[keys.meta, keys.events, keys.wake, keys.workers], args=[action, by]
+        )
+        return bool(changed)
+
+    async def dead_letters(
+        self, queue: str, *, limit: int = 100, task: str | None = None
+    ) -> list[dict[str, str]]:
+        """Dead letters, oldest first, reading at most `limit` ids (bounded work)."""
+        keys = self.keys(queue)
+        ids = cast(list[str], await self.redis.lrange(keys.dead, 0, max(0, limit - 1)))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(keys.job(job_id))
+            records: list[dict[str, str]] = await pipe.execute()
+        return [r for r in records if r and (task is None or r.get("task") == task)]
+
+    async def requeue_dead(
+        self, queue: str, job_ids: Sequence[str] = (), *, all_: bool = False, by: str = "operator"
+    ) -> tuple[int, list[str]]:
+        """Move dead letters back to their lanes (attempts reset); returns (done, missing)."""
+        return await self._dead_letters(queue, "requeue", job_ids, all_, by)
+
+    async def purge_dead(
+        self, queue: str, job_ids: Sequence[str] = (), *, all_: bool = False, by: str = "operator"
+    ) -> tuple[int, list[str]]:
+        """Delete dead letters for good; returns (done, missing)."""
+        return await self._dead_letters(queue, "purge", job_ids, all_, by)
+
+    async def _dead_letters(
+        self, queue: str, action: str, job_ids: Sequence[str], all_: bool, by: str
+    ) -> tuple[int, list[str]]:
+        keys = self.keys(queue)
+        script_keys = [keys.dead, keys.events, keys.wake]
+        if not all_:
+            ids = [check_name("job id", job_id) for job_id in job_ids]
+            reply = await self.scripts.dead_letters(
+                keys=script_keys, args=[keys.prefix, action, by, "ids", len(ids), *ids]
+            )
+            return int(reply[0]), list(reply[1:])
+        done, missing = 0, []
+        while True:  # bounded batches until the list is empty
+            reply = await self.scripts.dead_letters(
+                keys=script_keys, args=[keys.prefix, action, by, "all", DLQ_BATCH]
+            )
+            done += int(reply[0])
+            missing += reply[1:]
+            if int(reply[0]) + len(reply) - 1 < DLQ_BATCH:
+                return done, missing

@@ -1,0 +1,53 @@
+"""Fixtures shared by the whole suite: real Redis servers, one per version found."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from engine.settings import Settings, load_settings
+from tests.redis_server import RedisServer, redis_binaries
+
+BINARIES = redis_binaries()
+
+
+@pytest.fixture(scope="session", params=sorted(BINARIES), ids=lambda v: f"redis-{v}")
+def redis_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RedisServer]:
+    """A private redis-server of each version found, for the whole session."""
+    version: str = request.param
+    server = RedisServer(BINARIES[version], tmp_path_factory.mktemp(f"redis-{version}")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def settings(redis_server: RedisServer) -> Settings:
+    """Settings pointing at the test server, with short heartbeats so tests run quickly."""
+    return load_settings(
+        redis_url=redis_server.url,
+        heartbeat_ttl_ms=1500,
+        heartbeat_interval_ms=500,
+        idle_block_s=1.0,
+        backoff_base_ms=10,
+        backoff_cap_ms=50,
+        shutdown_grace_s=5.0,
+    )
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A client on a clean database (the server is ours alone, so FLUSHALL is safe)."""
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    await client.flushall()
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    return tmp_path
