@@ -30,7 +30,7 @@ from engine.connection import check_server, create_redis
 from engine.jobs import ClaimedJob, parse_payload
 from engine.keys import queues_key
 from engine.names import check_name
-from engine.ops import ClaimReply, WorkerOps
+from engine.ops import ClaimReply, ReapReply, WorkerOps
 from engine.scripts import Scripts
 from engine.settings import Settings
 
@@ -285,6 +285,13 @@ class Worker:
             await asyncio.sleep(interval_ms / 1000 * random.uniform(0.5, 1.0))
             for queue in self._queues:
                 await self._reap(queue, interval_ms)
+
+    async def reap_once(self, queue_name: str) -> ReapReply:
+        """One reaper pass over any queue, ignoring the lock's rate limit."""
+        ops = WorkerOps(self.scripts, check_name("queue", queue_name), self.worker_id,
+                        self.settings)  # fmt: skip
+        await self.redis.delete(ops.keys.reaper_lock)
+        return await ops.reap(self.settings.heartbeat_interval_ms)
 
     async def _reap(self, queue: _Queue, lock_ms: int) -> None:
         try:
