@@ -10,6 +10,11 @@ import structlog
 _configured = False
 
 
+def _stderr_logger(*_args: object) -> structlog.PrintLogger:
+    # Resolved per logger, so a replaced sys.stderr (test capture, daemonisation) is used.
+    return structlog.PrintLogger(sys.stderr)
+
+
 def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) -> None:
     """Configure structlog for a process (CLI entry points call this once)."""
     global _configured
@@ -32,7 +37,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool | None = None) ->
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        logger_factory=_stderr_logger,
+        cache_logger_on_first_use=False,
     )
     _configured = True

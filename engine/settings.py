@@ -75,6 +75,14 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     idle_block_s: float = Field(default=5.0, gt=0)
 
+    # Circuit breaker, one per task in each worker process.
+    breaker_enabled: bool = True
+    breaker_failure_threshold: int = Field(default=10, ge=1)
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_min_calls: int = Field(default=20, ge=1)
+    breaker_window_s: float = Field(default=60.0, gt=0)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+
     # Ledger backpressure: 0 disables a bound.
     ledger_max_backlog: int = Field(default=0, ge=0)
     ledger_max_age_ms: int = Field(default=0, ge=0)

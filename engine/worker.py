@@ -33,6 +33,7 @@ from engine.names import check_name
 from engine.ops import ClaimReply, ReapReply, WorkerOps
 from engine.scripts import Scripts
 from engine.settings import Settings
+from sinks.breaker import BreakerState, CircuitBreaker
 
 log = structlog.get_logger("jobqueue.worker")
 
@@ -41,6 +42,7 @@ R = TypeVar("R")
 
 TRACEBACK_LIMIT = 4000
 MAX_RETRY_PAUSE_S = 2.0
+BREAKER_POLL_S = 0.1
 
 
 class _Batcher(Generic[T, R]):
@@ -132,6 +134,7 @@ class Worker:
         self._threads = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="jobqueue")
         self._loops: list[asyncio.Task[None]] = []
         self.stats = {"acked": 0, "failed": 0, "rejected": 0, "reaped_self": 0}
+        self.breakers: dict[str, CircuitBreaker] = {}
 
     def _queue(self, name: str) -> _Queue:
         ops = WorkerOps(self.scripts, check_name("queue", name), self.worker_id, self.settings)
@@ -317,7 +320,10 @@ class Worker:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            want = min(free, self.settings.claim_batch)
+            want = self._breaker_gate(min(free, self.settings.claim_batch))
+            if want == 0:
+                await asyncio.sleep(BREAKER_POLL_S)
+                continue
             try:
                 await self._claim_once(queue, want)
                 errors = 0
@@ -331,6 +337,33 @@ class Worker:
                     next=f"retrying in {pause_s:.2f}s",
                 )
                 await asyncio.sleep(pause_s)
+
+    def _breaker(self, task: str) -> CircuitBreaker | None:
+        if not self.settings.breaker_enabled:
+            return None
+        breaker = self.breakers.get(task)
+        if breaker is None:
+            s = self.settings
+            breaker = CircuitBreaker(
+                f"task:{task}", failure_threshold=s.breaker_failure_threshold,
+                failure_rate=s.breaker_failure_rate, window_s=s.breaker_window_s,
+                min_calls=s.breaker_min_calls, reset_timeout_s=s.breaker_cooldown_s,
+                probe_timeout_s=s.breaker_cooldown_s,
+            )  # fmt: skip
+            self.breakers[task] = breaker
+        return breaker
+
+    def _breaker_gate(self, want: int) -> int:
+        """How many jobs to claim given the breakers: none while one is open (the failing
+        task's jobs stay queued for the cool-down), one as the probe, else `want`."""
+        probing = False
+        for breaker in self.breakers.values():
+            if breaker.state is BreakerState.CLOSED:
+                continue
+            if not breaker.allow():
+                return 0
+            probing = True
+        return 1 if probing else want
 
     async def _claim_once(self, queue: _Queue, want: int) -> None:
         reply = await queue.ops.claim(want)
@@ -424,9 +457,20 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            self._record_outcome(job.task, failed=True)
             await self._handler_failed(queue, job, handler, exc, started)
         else:
+            self._record_outcome(job.task, failed=False)
             await self._ack(queue, job, started)
+
+    def _record_outcome(self, task: str, *, failed: bool) -> None:
+        breaker = self._breaker(task)
+        if breaker is None:
+            return
+        if failed:
+            breaker.record_failure()
+        else:
+            breaker.record_success()
 
     async def _handler_failed(
         self, queue: _Queue, job: ClaimedJob, handler: Handler, exc: Exception, started: float

@@ -90,3 +90,12 @@ async def slow_first(ctx: JobContext, payload: Any) -> None:
     if ctx.attempt == 1:
         await asyncio.sleep(float(payload.get("s", 30)))
     await _done(ctx)
+
+
+@app.task("switch", max_attempts=1)
+async def switch(ctx: JobContext, payload: Any) -> None:
+    """Fails while the Redis key `fail:switch` exists, succeeds otherwise."""
+    await _client().incr("switch_runs")
+    if await _client().exists("fail:switch"):
+        msg = "downstream unavailable"
+        raise ConnectionError(msg)
