@@ -69,7 +69,11 @@ class JobQueue:
     async def connect(cls, settings: Settings) -> JobQueue:
         """Create a client and check that the server is fit (version, eviction policy)."""
         redis = create_redis(settings)
-        await check_server(redis, settings)
+        try:
+            await check_server(redis, settings)
+        except BaseException:
+            await redis.aclose()
+            raise
         return cls(redis, settings)
 
     async def close(self) -> None:
@@ -141,7 +145,7 @@ class JobQueue:
         ]
         ids = []
         for spec in specs:
-            job_id = check_name("job id", spec.job_id) if spec.job_id else new_job_id()
+            job_id = new_job_id() if spec.job_id is None else check_name("job id", spec.job_id)
             ids.append(job_id)
             argv += [
                 job_id,

@@ -144,7 +144,12 @@ class Worker:
 
     async def run(self) -> None:
         """Serve until `stop()` (or SIGTERM/SIGINT with `install_signal_handlers`)."""
-        await check_server(self.redis, self.settings)
+        try:
+            await check_server(self.redis, self.settings)
+        except BaseException:
+            if self._owns_redis:
+                await self.redis.aclose()
+            raise
         for queue in self._queues:
             await self._register(queue)
             await self.redis.sadd(queues_key(self.settings.namespace), queue.name)
