@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ def backoff_ms(failures: int, base_ms: int, cap_ms: int, rng: random.Random | No
     return int((rng or random).uniform(0, ceiling))
 
 
+KeyFn = Callable[[Any], str]
+
+
 @dataclass(frozen=True, slots=True)
 class Handler:
     """A function registered for a task name."""
@@ -59,6 +63,20 @@ class Handler:
     fn: HandlerFn
     is_async: bool
     policy: RetryPolicy
+    idempotent: bool = False
+    idempotency_key: KeyFn | None = None
+
+
+class Outbox:
+    """Messages a handler publishes; committed with its ack (or its `ctx.commit`)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str]] = []
+
+    def publish(self, topic: str, message: Any) -> None:
+        """Queue a JSON message for `topic`; nothing leaves if the job fails."""
+        text = json.dumps(message, separators=(",", ":"), allow_nan=False)
+        self.messages.append((check_name("topic", topic), text))
 
 
 @dataclass(slots=True)
@@ -72,7 +90,23 @@ class JobContext:
     attempt: int
     worker_id: str
     trace_id: str | None = None
+    outbox: Outbox = field(default_factory=Outbox)
     _log: Any = field(default=None, repr=False)
+    _commit: Callable[[tuple[tuple[Any, ...], ...]], Awaitable[list[Any]]] | None = field(
+        default=None, repr=False
+    )
+
+    async def commit(self, *commands: tuple[Any, ...]) -> list[Any]:
+        """Run Redis commands as this job's effect, atomically with marking its
+        idempotency record done and publishing its outbox (idempotent tasks only).
+
+        Returns the commands' replies. Raises `LeaseLost` when the record is no longer
+        this claim's (the job was reaped): the effect did not happen.
+        """
+        if self._commit is None:
+            msg = f"task {self.task!r} is not idempotent: register it with idempotent=True"
+            raise RuntimeError(msg)
+        return await self._commit(commands)
 
     @property
     def log(self) -> Any:
@@ -85,10 +119,15 @@ class JobContext:
 
 
 class App:
-    """A registry of handlers by task name; `jobqueue worker --app MODULE` loads one."""
+    """A registry of handlers by task name; `jobqueue worker --app MODULE` loads one.
 
-    def __init__(self) -> None:
+    `idempotency_store` replaces the default Redis store of idempotency records (an
+    `engine.idempotency.IdempotencyStore`).
+    """
+
+    def __init__(self, idempotency_store: Any = None) -> None:
         self.handlers: dict[str, Handler] = {}
+        self.idempotency_store = idempotency_store
 
     def task(
         self,
@@ -99,20 +138,40 @@ class App:
         backoff_cap_ms: int | None = None,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         dont_retry_on: tuple[type[BaseException], ...] = (),
+        idempotent: bool = False,
+        idempotency_key: KeyFn | None = None,
     ) -> Callable[[HandlerFn], HandlerFn]:
-        """Register the decorated function (async, or plain: run in a thread)."""
+        """Register the decorated function (async, or plain: run in a thread).
+
+        `idempotent=True` runs the handler at most once per idempotency key: the job id,
+        or `idempotency_key(payload)` (which implies idempotent).
+        """
         policy = RetryPolicy(max_attempts, backoff_base_ms, backoff_cap_ms, retry_on, dont_retry_on)
 
         def register(fn: HandlerFn) -> HandlerFn:
-            self.register(name or fn.__name__, fn, policy)
+            self.register(
+                name or fn.__name__, fn, policy,
+                idempotent=idempotent or idempotency_key is not None,
+                idempotency_key=idempotency_key,
+            )  # fmt: skip
             return fn
 
         return register
 
-    def register(self, task: str, fn: HandlerFn, policy: RetryPolicy | None = None) -> None:
+    def register(
+        self,
+        task: str,
+        fn: HandlerFn,
+        policy: RetryPolicy | None = None,
+        *,
+        idempotent: bool = False,
+        idempotency_key: KeyFn | None = None,
+    ) -> None:
         check_name("task", task)
         if task in self.handlers:
             msg = f"a handler for task {task!r} is already registered"
             raise ValueError(msg)
         is_async = inspect.iscoroutinefunction(fn)
-        self.handlers[task] = Handler(task, fn, is_async, policy or RetryPolicy())
+        self.handlers[task] = Handler(
+            task, fn, is_async, policy or RetryPolicy(), idempotent, idempotency_key
+        )

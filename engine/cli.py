@@ -25,6 +25,8 @@ from engine.jobs import parse_payload
 from engine.logs import configure_logging
 from engine.queue import JobQueue, QueueStats
 from engine.settings import Settings, load_settings
+from ledger.cli import add_ledger_commands
+from sinks.base import SinkError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -268,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=cmd_pause)
 
     _dlq_parser(sub)
+    add_ledger_commands(sub, _common)
 
     p = sub.add_parser("demo", help="an end-to-end run on a private redis-server")
     _common(p)
@@ -319,6 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except EngineError as exc:
         print(f"jobqueue: {exc}", file=sys.stderr)
+        return 1
+    except SinkError as exc:
+        print(f"jobqueue: ledger sink failed: {exc}", file=sys.stderr)
         return 1
     except (RedisError, OSError) as exc:
         print(f"jobqueue: cannot reach Redis: {exc}", file=sys.stderr)

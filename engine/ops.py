@@ -45,6 +45,19 @@ class ClaimReply:
 
 
 @dataclass(frozen=True, slots=True)
+class AckItem:
+    """One job to ack: with its idempotency key (marked done in the same call), the
+    original job when this run was a duplicate, and the messages its handler published."""
+
+    job_id: str
+    token: str
+    run_ms: int = 0
+    idem_key: str = ""
+    duplicate_of: str = ""
+    messages: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ReapReply:
     """What one reaper pass did: (0, 0, 0) too when another reaper holds the lock."""
 
@@ -105,12 +118,17 @@ class WorkerOps:
         ]
         return ClaimReply(status, jobs, int(float(reply[1])))
 
-    async def ack(self, items: Sequence[tuple[str, str, int]]) -> list[str]:
-        """Ack (job id, token, run ms) items; one status per item: 'ok' or 'stale:...'."""
+    async def ack(self, items: Sequence[AckItem]) -> list[str]:
+        """Ack jobs; one status per item: 'ok' or 'stale:<reason>'."""
         k = self.keys
-        args: list[Any] = [k.prefix, self.worker_id, self.settings.job_retention_ms, len(items)]
+        args: list[Any] = [k.prefix, self.worker_id, self.settings.job_retention_ms,
+                           self.settings.idempotency_ttl_ms, len(items)]  # fmt: skip
         for item in items:
-            args += item
+            args += [item.job_id, item.token, item.run_ms, item.idem_key, item.duplicate_of,
+                     len(item.messages)]  # fmt: skip
+        for item in items:
+            for topic, message in item.messages:
+                args += [topic, message]
         reply = await self.scripts.ack(keys=[k.processing(self.worker_id), k.events], args=args)
         return [str(status) for status in reply]
 
@@ -125,15 +143,47 @@ class WorkerOps:
         delay_ms: int = 0,
         run_ms: int = 0,
         max_attempts: int = 0,
+        counted: bool = True,
+        idem_key: str = "",
     ) -> str:
         """Record a failure: 'retried:<due ms>', 'dead:<reason>' or 'stale:<reason>'."""
         k = self.keys
         reply = await self.scripts.fail(
             keys=[k.processing(self.worker_id), k.events, k.scheduled, k.dead, k.wake],
             args=[k.prefix, self.worker_id, job.id, job.token, error, traceback,
-                  "1" if retryable else "0", delay_ms, reason, run_ms, max_attempts],
+                  "1" if retryable else "0", delay_ms, reason, run_ms, max_attempts,
+                  "1" if counted else "0", idem_key],
         )  # fmt: skip
         return str(reply)
+
+    async def idem_begin(self, key: str, job: ClaimedJob) -> tuple[str, str | None]:
+        """Claim the execution record of `key`: ('run' | 'done' | 'busy', other job id)."""
+        reply = await self.scripts.idem_begin(
+            keys=[self.keys.idempotency(f"run:{key}")],
+            args=[self.keys.prefix, job.id, self.worker_id, job.token,
+                  self.settings.idempotency_ttl_ms],
+        )  # fmt: skip
+        return str(reply[0]), (str(reply[1]) if len(reply) > 1 else None)
+
+    async def idem_commit(
+        self,
+        key: str,
+        job: ClaimedJob,
+        commands: Sequence[Sequence[Any]],
+        messages: Sequence[tuple[str, str]] = (),
+    ) -> list[Any]:
+        """Run Redis commands, mark `key` done and publish messages, atomically."""
+        args: list[Any] = [self.keys.prefix, job.id, self.worker_id, job.token, key,
+                           self.settings.idempotency_ttl_ms, len(commands)]  # fmt: skip
+        for command in commands:
+            args += [len(command), *command]
+        args.append(len(messages))
+        for topic, message in messages:
+            args += [topic, message]
+        reply = await self.scripts.idem_commit(
+            keys=[self.keys.idempotency(f"run:{key}"), self.keys.events], args=args
+        )
+        return list(reply)
 
     async def give_back(
         self, jobs: Sequence[ClaimedJob], *, reason: str, leave: bool = False

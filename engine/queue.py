@@ -20,7 +20,7 @@ from engine.names import check_name
 from engine.scripts import Scripts
 from engine.settings import Settings
 
-ENQUEUE_STRIDE = 9
+ENQUEUE_STRIDE = 10
 DLQ_BATCH = 1000
 
 
@@ -37,6 +37,7 @@ class JobSpec:
     delay_s: float | None = None
     due_at: datetime | None = None
     trace_id: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -54,6 +55,10 @@ class QueueStats:
     @property
     def ready(self) -> int:
         return sum(self.lanes.values())
+
+
+def _idem_key(key: str) -> str:
+    return check_name("idempotency key", key)
 
 
 class JobQueue:
@@ -100,16 +105,20 @@ class JobQueue:
         delay_s: float | None = None,
         due_at: datetime | None = None,
         trace_id: str | None = None,
+        idempotency_key: str | None = None,
         wait_s: float = 0.0,
     ) -> str:
         """Enqueue one job and return its id.
 
+        With an `idempotency_key` seen within `idempotency_ttl_ms`, nothing is enqueued and
+        the first job's id is returned (a `deduplicated` event records the refusal).
         Raises `QueueFull` past the configured lengths (after waiting up to `wait_s` for
         room), `Backpressure` while the ledger is behind, `JobExists` for a taken id.
         """
         spec = JobSpec(
-            task, payload, lane, job_id, max_attempts, max_crashes, delay_s, due_at, trace_id
-        )
+            task, payload, lane, job_id, max_attempts, max_crashes, delay_s, due_at, trace_id,
+            idempotency_key,
+        )  # fmt: skip
         return (await self.enqueue_many(queue, [spec], wait_s=wait_s))[0]
 
     async def enqueue_many(
@@ -141,6 +150,7 @@ class JobQueue:
             s.ledger_max_age_ms,
             s.max_lane_length,
             s.max_queue_length,
+            s.idempotency_ttl_ms,
             len(specs),
         ]
         ids = []
@@ -157,6 +167,7 @@ class JobQueue:
                 int((spec.delay_s or 0) * 1000),
                 int(spec.due_at.timestamp() * 1000) if spec.due_at else 0,
                 spec.trace_id or "",
+                "" if spec.idempotency_key is None else _idem_key(spec.idempotency_key),
             ]
         return ids, argv
 
@@ -172,17 +183,19 @@ class JobQueue:
     ) -> list[str]:
         if reply and reply[0] == "bp":
             raise Backpressure(queue, int(reply[1]), int(reply[2]), self._bp_limit())
+        result = []
         for job_id, spec, status in zip(ids, specs, reply, strict=True):
+            kind, _, detail = str(status).partition(":")
+            result.append(detail if kind == "dup" else job_id)
             if status == "exists":
                 msg = f"job {job_id!r} already exists in queue {queue!r}; nothing was enqueued"
                 raise JobExists(msg)
-            kind, _, length = str(status).partition(":")
             if kind == "lane_full":
                 lane = spec.lane or self.settings.default_lane
-                raise QueueFull(queue, int(length), self.settings.max_lane_length, lane)
+                raise QueueFull(queue, int(detail), self.settings.max_lane_length, lane)
             if kind == "queue_full":
-                raise QueueFull(queue, int(length), self.settings.max_queue_length)
-        return ids
+                raise QueueFull(queue, int(detail), self.settings.max_queue_length)
+        return result
 
     def _bp_limit(self) -> str:
         s = self.settings

@@ -22,6 +22,8 @@ SCRIPT_NAMES = (
     "give_back",
     "pause",
     "dead_letters",
+    "idem_begin",
+    "idem_commit",
 )
 
 
@@ -45,6 +47,8 @@ class Scripts:
         self.give_back = redis.register_script(source("give_back"))
         self.pause = redis.register_script(source("pause"))
         self.dead_letters = redis.register_script(source("dead_letters"))
+        self.idem_begin = redis.register_script(source("idem_begin"))
+        self.idem_commit = redis.register_script(source("idem_commit"))
 
 
 __all__ = ["SCRIPT_NAMES", "AsyncScript", "Scripts", "source"]

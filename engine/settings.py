@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     max_crashes: int = Field(default=3, ge=0)
     job_retention_ms: int = Field(default=24 * 3600 * 1000, gt=0)
+    idempotency_ttl_ms: int = Field(default=24 * 3600 * 1000, gt=0)
     backoff_base_ms: int = Field(default=1000, ge=0)
     backoff_cap_ms: int = Field(default=300_000, ge=0)
     max_lane_length: int = Field(default=0, ge=0, description="0 means no limit")
@@ -83,8 +84,14 @@ class Settings(BaseSettings):
     breaker_window_s: float = Field(default=60.0, gt=0)
     breaker_cooldown_s: float = Field(default=30.0, gt=0)
 
-    # Ledger backpressure: 0 disables a bound.
-    ledger_max_backlog: int = Field(default=0, ge=0)
+    # The ledger. Every worker ships its queues' outbox to rotating gzip NDJSON under
+    # ledger_folder/<worker id> unless ledger_ship_in_worker is off (then run
+    # `jobqueue ship` with the sink of your choice).
+    ledger_ship_in_worker: bool = True
+    ledger_folder: Path = Path("jobqueue-ledger")
+    ledger_claim_idle_ms: int = Field(default=30_000, ge=100)
+    # Ledger backpressure: past these, enqueues and claims are refused. 0 disables one.
+    ledger_max_backlog: int = Field(default=1_000_000, ge=0)
     ledger_max_age_ms: int = Field(default=0, ge=0)
 
     @field_validator("namespace")

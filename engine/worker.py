@@ -19,7 +19,8 @@ import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import structlog
 from redis.asyncio import Redis
@@ -27,13 +28,19 @@ from redis.exceptions import RedisError
 
 from engine.app import App, Handler, JobContext, Retry, backoff_ms
 from engine.connection import check_server, create_redis
+from engine.errors import LeaseLost
+from engine.idempotency import IdempotencyStore, RedisIdempotencyStore
 from engine.jobs import ClaimedJob, parse_payload
 from engine.keys import queues_key
 from engine.names import check_name
-from engine.ops import ClaimReply, ReapReply, WorkerOps
+from engine.ops import AckItem, ClaimReply, ReapReply, WorkerOps
 from engine.scripts import Scripts
 from engine.settings import Settings
 from sinks.breaker import BreakerState, CircuitBreaker
+
+if TYPE_CHECKING:
+    from ledger.shipper import Shipper
+    from sinks.ndjson import NdjsonSink
 
 log = structlog.get_logger("jobqueue.worker")
 
@@ -84,6 +91,16 @@ class _Batcher(Generic[T, R]):
 
 
 @dataclass(slots=True)
+class _Idem:
+    """One run's idempotency: the store, the key ('' when the task is not idempotent),
+    and whether the handler already committed its effect through `ctx.commit`."""
+
+    store: IdempotencyStore
+    key: str
+    committed: bool
+
+
+@dataclass(slots=True)
 class _Running:
     job: ClaimedJob
     task: asyncio.Task[None] | None = None
@@ -95,7 +112,7 @@ class _Queue:
     name: str
     ops: WorkerOps
     running: dict[str, _Running] = field(default_factory=dict)
-    acks: _Batcher[tuple[str, str, int], str] | None = None
+    acks: _Batcher[AckItem, str] | None = None
     recovering: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -135,6 +152,10 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self.stats = {"acked": 0, "failed": 0, "rejected": 0, "reaped_self": 0}
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._store: IdempotencyStore = app.idempotency_store or RedisIdempotencyStore()
+        self._shipper: Shipper | None = None
+        self._ledger: NdjsonSink | None = None
+        self._shipper_task: asyncio.Task[None] | None = None
 
     def _queue(self, name: str) -> _Queue:
         ops = WorkerOps(self.scripts, check_name("queue", name), self.worker_id, self.settings)
@@ -158,6 +179,7 @@ class Worker:
             queues=[q.name for q in self._queues],
             concurrency=self.settings.concurrency,
         )
+        self._start_shipper()
         self._loops = [asyncio.create_task(self._claim_loop(q)) for q in self._queues]
         self._loops += [
             asyncio.create_task(self._heartbeat_loop()),
@@ -192,11 +214,42 @@ class Worker:
         await asyncio.gather(*self._loops[len(self._queues) :], return_exceptions=True)
         for queue in self._queues:
             await self._leave(queue)
+        await self._stop_shipper()
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._owns_redis:
             await self.redis.aclose()
         self.log.info("worker_stopped", **self.stats)
         self._stopped.set()
+
+    def _start_shipper(self) -> None:
+        """Ship this worker's queues' outbox to NDJSON under ledger_folder/<worker id>."""
+        if not self.settings.ledger_ship_in_worker:
+            return
+        from ledger.shipper import Shipper  # noqa: PLC0415 - only when the ledger is on
+        from sinks.ndjson import NdjsonSink  # noqa: PLC0415
+        from sinks.scrub import Scrubber  # noqa: PLC0415
+
+        s = self.settings
+        self._ledger = NdjsonSink(s.ledger_folder / self.worker_id)
+        self._shipper = Shipper(
+            self.redis, s, self._ledger, Scrubber(), [q.name for q in self._queues],
+            consumer=self.worker_id, claim_idle_ms=s.ledger_claim_idle_ms,
+        )  # fmt: skip
+        self._shipper_task = asyncio.create_task(self._shipper.run())
+
+    async def _stop_shipper(self) -> None:
+        """Stop shipping after a last pass, so `returned` and `worker_left` ship too."""
+        if self._shipper is None or self._ledger is None:
+            return
+        self._shipper.stop()
+        if self._shipper_task is not None:
+            await asyncio.gather(self._shipper_task, return_exceptions=True)
+        try:
+            await self._shipper.flush(timeout_s=5.0)
+        except Exception as exc:
+            self.log.warning("ledger_flush_failed", error=str(exc),
+                             next="events stay in the outbox for the next shipper")  # fmt: skip
+        await self._ledger.close()
 
     async def _drain_in_flight(self) -> None:
         tasks = [r.task for q in self._queues for r in q.running.values() if r.task]
@@ -453,6 +506,13 @@ class Worker:
         ctx = JobContext(
             queue.name, job.id, job.task, job.lane, job.attempt, self.worker_id, job.trace_id
         )
+        idem = _Idem(self._store, "", False)
+        if handler.idempotent:
+            key = handler.idempotency_key(payload) if handler.idempotency_key else job.id
+            idem.key = check_name("idempotency key", key)
+            if not await self._begin(queue, job, idem, started):
+                return
+            ctx._commit = partial(self._commit, queue, job, idem, ctx)
         try:
             if handler.is_async:
                 await handler.fn(ctx, payload)
@@ -463,10 +523,57 @@ class Worker:
             raise
         except Exception as exc:
             self._record_outcome(job.task, failed=True)
-            await self._handler_failed(queue, job, handler, exc, started)
+            await self._handler_failed(queue, job, handler, exc, started, idem=idem)
         else:
             self._record_outcome(job.task, failed=False)
-            await self._ack(queue, job, started)
+            await self._succeeded(queue, job, started, idem, ctx)
+
+    async def _begin(self, queue: _Queue, job: ClaimedJob, idem: _Idem, started: float) -> bool:
+        """Claim the job's idempotency record; False when the handler must not run."""
+        found = await idem.store.begin(queue.ops, idem.key, job)
+        if found.outcome == "run":
+            return True
+        if found.outcome == "done":
+            self.log.info("job_deduplicated", queue=queue.name, job_id=job.id, key=idem.key,
+                          original_job=found.other_job, next="acking without running")  # fmt: skip
+            item = AckItem(job.id, job.token, 0, duplicate_of=found.other_job or "?")
+            await self._ack(queue, job, started, item)
+            return False
+        await self._fail(
+            queue, job, started, f"idempotency key {idem.key!r} is held by job {found.other_job}",
+            "", retryable=True, reason="idempotency_busy",
+            delay_ms=self.settings.heartbeat_interval_ms, counted=False,
+        )  # fmt: skip
+        return False
+
+    async def _commit(
+        self,
+        queue: _Queue,
+        job: ClaimedJob,
+        idem: _Idem,
+        ctx: JobContext,
+        commands: tuple[tuple[Any, ...], ...],
+    ) -> list[Any]:
+        reply = await queue.ops.idem_commit(idem.key, job, commands, ctx.outbox.messages)
+        if reply[0] != "ok":
+            msg = (
+                f"job {job.id} in queue {queue.name!r} no longer holds idempotency key "
+                f"{idem.key!r} ({reply[0]}): its effect was not applied"
+            )
+            raise LeaseLost(msg)
+        ctx.outbox.messages.clear()
+        idem.committed = True
+        return reply[1:]
+
+    async def _succeeded(
+        self, queue: _Queue, job: ClaimedJob, started: float, idem: _Idem, ctx: JobContext
+    ) -> None:
+        if idem.key and not idem.store.in_engine and not idem.committed:
+            await idem.store.complete(queue.ops, idem.key, job)
+        run_ms = int((time.monotonic() - started) * 1000)
+        in_engine_key = idem.key if idem.store.in_engine else ""
+        item = AckItem(job.id, job.token, run_ms, in_engine_key, "", tuple(ctx.outbox.messages))
+        await self._ack(queue, job, started, item)
 
     def _record_outcome(self, task: str, *, failed: bool) -> None:
         breaker = self._breaker(task)
@@ -478,8 +585,17 @@ class Worker:
             breaker.record_success()
 
     async def _handler_failed(
-        self, queue: _Queue, job: ClaimedJob, handler: Handler, exc: Exception, started: float
+        self,
+        queue: _Queue,
+        job: ClaimedJob,
+        handler: Handler,
+        exc: Exception,
+        started: float,
+        *,
+        idem: _Idem,
     ) -> None:
+        if idem.key and not idem.store.in_engine and not idem.committed:
+            await idem.store.release(queue.ops, idem.key, job)
         policy = handler.policy
         error = f"{type(exc).__name__}: {exc}"
         tb = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
@@ -495,6 +611,7 @@ class Worker:
             reason="non_retryable",
             delay_ms=delay_ms,
             max_attempts=policy.max_attempts or 0,
+            idem_key=idem.key if idem.store.in_engine and not idem.committed else "",
         )
 
     def _retry_delay_ms(self, handler: Handler, exc: Exception, job: ClaimedJob) -> int:
@@ -507,11 +624,11 @@ class Worker:
 
     # -- acks and failures -----------------------------------------------------------
 
-    async def _ack(self, queue: _Queue, job: ClaimedJob, started: float) -> None:
-        run_ms = int((time.monotonic() - started) * 1000)
+    async def _ack(self, queue: _Queue, job: ClaimedJob, started: float, item: AckItem) -> None:
+        run_ms = item.run_ms
         acks = queue.acks
         assert acks is not None
-        status = await self._persist(queue, job, lambda: acks.submit((job.id, job.token, run_ms)))
+        status = await self._persist(queue, job, lambda: acks.submit(item))
         if status == "ok":
             self.stats["acked"] += 1
             self.log.debug(
@@ -537,6 +654,8 @@ class Worker:
         reason: str,
         delay_ms: int = 0,
         max_attempts: int = 0,
+        counted: bool = True,
+        idem_key: str = "",
     ) -> None:
         run_ms = int((time.monotonic() - started) * 1000)
 
@@ -544,6 +663,7 @@ class Worker:
             return await queue.ops.fail(
                 job, error, traceback=tb, retryable=retryable, reason=reason,
                 delay_ms=delay_ms, run_ms=run_ms, max_attempts=max_attempts,
+                counted=counted, idem_key=idem_key,
             )  # fmt: skip
 
         status = await self._persist(queue, job, send)

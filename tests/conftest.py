@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -12,6 +14,12 @@ from engine.settings import Settings, load_settings
 from tests.redis_server import RedisServer, redis_binaries
 
 BINARIES = redis_binaries()
+
+# Workers ship their ledger to NDJSON under ledger_folder; keep the tests' out of the tree.
+os.environ.setdefault("JOBQUEUE_LEDGER_FOLDER", tempfile.mkdtemp(prefix="jobqueue-test-ledger-"))
+# Engine tests read each transition's event from the outbox stream, so workers do not
+# ship (and delete) them unless a test turns shipping on; tests/ledger does.
+os.environ.setdefault("JOBQUEUE_LEDGER_SHIP_IN_WORKER", "false")
 
 
 @pytest.fixture(scope="session", params=sorted(BINARIES), ids=lambda v: f"redis-{v}")

@@ -4,11 +4,12 @@
 -- KEYS[5..] lane lists, in the configured lane order
 -- ARGV[1] key prefix   ARGV[2] max backlog   ARGV[3] max backlog age ms
 -- ARGV[4] max lane length (0: none)   ARGV[5] max queue length (0: none)
--- ARGV[6] number of jobs, then 9 values per job:
+-- ARGV[6] idempotency record retention ms   ARGV[7] number of jobs, then 10 values per job:
 --   id, task, lane index (1-based), payload, max attempts, max crashes,
---   delay ms, due at ms (0: none), trace id
+--   delay ms, due at ms (0: none), trace id, idempotency key ('' for none)
 -- Returns {'bp', backlog, age_ms} when the ledger backlog refuses the batch, else one
--- status per job: 'ok', 'exists', 'lane_full:<length>' or 'queue_full:<length>'.
+-- status per job: 'ok', 'exists', 'dup:<first job id>', 'lane_full:<length>' or
+-- 'queue_full:<length>'.
 local stream, scheduled, wake_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
 local now = now_ms()
@@ -24,9 +25,10 @@ if max_queue > 0 then
 end
 
 local out, woke = {}, false
-local n = tonumber(ARGV[6])
+local idem_ttl = tonumber(ARGV[6])
+local n = tonumber(ARGV[7])
 for j = 0, n - 1 do
-  local b = 7 + j * 9
+  local b = 8 + j * 10
   local id, task, lane_i, payload = ARGV[b], ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3]
   local delay, due_at, trace = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7]), ARGV[b + 8]
   local lane_key = KEYS[4 + lane_i]
@@ -34,8 +36,15 @@ for j = 0, n - 1 do
   local jobkey = prefix .. 'job:' .. id
   local lane_len = 0
   if max_lane > 0 then lane_len = redis.call('LLEN', lane_key) end
+  local idem_key = ARGV[b + 9]
+  local first = false
+  if idem_key ~= '' then first = redis.call('GET', prefix .. 'idem:enqueue:' .. idem_key) end
 
-  if redis.call('EXISTS', jobkey) == 1 then
+  if first then
+    emit(stream, now, 'deduplicated', {'job', first, 'task', task, 'reason', 'duplicate_enqueue',
+      'attrs', cjson.encode({op = 'enqueue', key = idem_key, refused_job = id})})
+    out[#out + 1] = 'dup:' .. first
+  elseif redis.call('EXISTS', jobkey) == 1 then
     out[#out + 1] = 'exists'
   elseif max_queue > 0 and queue_len >= max_queue then
     out[#out + 1] = 'queue_full:' .. queue_len
@@ -50,6 +59,10 @@ for j = 0, n - 1 do
       'state', state, 'attempts', 0, 'failures', 0, 'crashes', 0,
       'max_attempts', ARGV[b + 4], 'max_crashes', ARGV[b + 5], 'created_ms', now)
     if trace ~= '' then redis.call('HSET', jobkey, 'trace', trace) end
+    if idem_key ~= '' then
+      redis.call('SET', prefix .. 'idem:enqueue:' .. idem_key, id, 'PX', idem_ttl)
+      redis.call('HSET', jobkey, 'idem_key', idem_key)
+    end
     local etype = 'enqueued'
     if due > 0 then
       redis.call('HSET', jobkey, 'due_ms', due)

@@ -87,3 +87,19 @@ local function return_to_lane(prefix, jobkey, id)
   redis.call('HDEL', jobkey, 'worker')
   return lane
 end
+
+-- Mark an execution idempotency record done for `id` (same call as the ack or effect).
+local function idem_done(prefix, key, id, ttl_ms, now)
+  local rec = prefix .. 'idem:run:' .. key
+  redis.call('HSET', rec, 'state', 'done', 'job', id, 'done_ms', now)
+  redis.call('HDEL', rec, 'worker', 'token')
+  redis.call('PEXPIRE', rec, ttl_ms)
+end
+
+-- Append the messages a handler published (topic, message JSON pairs) as events.
+local function publish(stream, now, id, worker, messages)
+  for i = 1, #messages, 2 do
+    emit(stream, now, 'published', {'job', id, 'worker', worker,
+      'attrs', cjson.encode({topic = messages[i], message = messages[i + 1]})})
+  end
+end

@@ -121,6 +121,7 @@ async def test_a_killed_workers_job_is_reaped_and_finished_elsewhere(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(180)
 async def test_many_workers_lose_no_job_and_never_share_one(
     jq: JobQueue, redis: Redis, settings: Settings, running: Running
 ) -> None:
@@ -136,7 +137,7 @@ async def test_many_workers_lose_no_job_and_never_share_one(
         stats = await jq.stats(Q)
         return stats.ready == 0 and not any(stats.in_flight.values())
 
-    await wait_for(drained, timeout_s=60, step_s=0.2)
+    await wait_for(drained, timeout_s=150, step_s=0.2)
     counts = acked(await events(redis, Q))
     assert set(counts) == set(ids)
     assert max(counts.values()) == 1

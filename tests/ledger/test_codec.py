@@ -380,15 +380,17 @@ def test_every_schema_field_has_a_doc() -> None:
 
 @pytest.fixture
 def v2_dir(tmp_path: Path) -> Path:
-    """A schema directory where v2 adds a field with a default and an event type."""
-    shutil.copy(SCHEMA_DIR / "job_event.v1.avsc", tmp_path / "job_event.v1.avsc")
-    v2 = json.loads((SCHEMA_DIR / "job_event.v1.avsc").read_text())
-    v2["fields"].append(
+    """A schema directory whose next version adds a field with a default and a type."""
+    versions = sorted(SCHEMA_DIR.glob("job_event.v*.avsc"))
+    for version in versions:
+        shutil.copy(version, tmp_path / version.name)
+    following = json.loads((SCHEMA_DIR / "job_event.avsc").read_text())
+    following["fields"].append(
         {"name": "tenant", "type": ["null", "string"], "default": None, "doc": "Tenant."}
     )
-    v2["fields"][3]["type"]["symbols"].insert(-1, "migrated")
-    text = json.dumps(v2, indent=2) + "\n"
-    (tmp_path / "job_event.v2.avsc").write_text(text)
+    following["fields"][3]["type"]["symbols"].insert(-1, "migrated")
+    text = json.dumps(following, indent=2) + "\n"
+    (tmp_path / f"job_event.v{len(versions) + 1}.avsc").write_text(text)
     (tmp_path / "job_event.avsc").write_text(text)
     return tmp_path
 
