@@ -536,7 +536,7 @@ class Worker:
         if found.outcome == "done":
             self.log.info("job_deduplicated", queue=queue.name, job_id=job.id, key=idem.key,
                           original_job=found.other_job, next="acking without running")  # fmt: skip
-            item = AckItem(job.id, job.token, 0, duplicate_of=found.other_job or "?")
+            item = AckItem(job.id, job.token, 0, idem.key, duplicate_of=found.other_job or "?")
             await self._ack(queue, job, started, item)
             return False
         await self._fail(

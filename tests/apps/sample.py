@@ -99,3 +99,25 @@ async def switch(ctx: JobContext, payload: Any) -> None:
     if await _client().exists("fail:switch"):
         msg = "downstream unavailable"
         raise ConnectionError(msg)
+
+
+@app.task("charge", idempotency_key=lambda payload: f"order-{payload['order']}")
+async def charge(ctx: JobContext, payload: Any) -> None:
+    """Charges an order once, whatever the number of jobs asking for it."""
+    ctx.outbox.publish("charges", {"order": payload["order"]})
+    await ctx.commit(("INCR", f"charged:{payload['order']}"))
+    if payload.get("hang"):
+        await asyncio.sleep(60)
+
+
+@app.task("publish_then_fail", max_attempts=1)
+async def publish_then_fail(ctx: JobContext, payload: Any) -> None:
+    ctx.outbox.publish("never", {"job": ctx.job_id})
+    msg = "after publishing"
+    raise RuntimeError(msg)
+
+
+@app.task("publish", idempotent=True)
+async def publish(ctx: JobContext, payload: Any) -> None:
+    ctx.outbox.publish("greetings", {"hello": payload.get("name", "world")})
+    await _client().incr(f"published_runs:{ctx.job_id}")
