@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from redis.asyncio import Redis
 
+import engine.logs
 from engine.settings import Settings, load_settings
 from tests.redis_server import RedisServer, redis_binaries
 
@@ -20,6 +22,15 @@ os.environ.setdefault("JOBQUEUE_LEDGER_FOLDER", tempfile.mkdtemp(prefix="jobqueu
 # Engine tests read each transition's event from the outbox stream, so workers do not
 # ship (and delete) them unless a test turns shipping on; tests/ledger does.
 os.environ.setdefault("JOBQUEUE_LEDGER_SHIP_IN_WORKER", "false")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """CLI entry points configure structlog for their process; undo it after each test
+    so one test's log level never hides another test's captured log events."""
+    yield
+    structlog.reset_defaults()
+    engine.logs._configured = False
 
 
 @pytest.fixture(scope="session", params=sorted(BINARIES), ids=lambda v: f"redis-{v}")

@@ -52,7 +52,8 @@ if reason then
   redis.call('RPUSH', dead, id)
   redis.call('HSET', jobkey, 'state', 'dead', 'dead_reason', reason, 'dead_ms', now)
   emit_job(stream, now, 'dead_lettered', jobkey, id, {'from', from, 'to', 'dead',
-    'lane', lane, 'task', task, 'attempt', attempt, 'reason', reason, 'error', err})
+    'lane', lane, 'task', task, 'attempt', attempt, 'reason', reason, 'error', err,
+    'attrs', cjson.encode({max_attempts = tostring(max_attempts)})})
   return 'dead:' .. reason
 end
 
