@@ -1,4 +1,5 @@
-"""The `jobqueue` command: enqueue, worker, stats, pause/resume, dlq, demo.
+"""The `jobqueue` command: enqueue, worker, stats, pause/resume, dlq, workers, peek, purge,
+top, demo.
 
 Errors go to stderr as one line; exit code 2 means bad input or configuration, 1 an
 operation the queue refused (full, backpressure, unknown job).
@@ -19,6 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from engine import admin
 from engine.app import App
 from engine.errors import ConfigError, EngineError, InvalidName, InvalidPayload
 from engine.jobs import parse_payload
@@ -153,6 +155,9 @@ def cmd_pause(args: argparse.Namespace, settings: Settings) -> int:
         pause = args.command == "pause"
         changed = await (jq.pause(args.queue) if pause else jq.resume(args.queue))
         state = "paused" if pause else "running"
+        if args.json:
+            print(json.dumps({"queue": args.queue, "paused": pause, "changed": changed}))
+            return 0
         print(f"{args.queue}: {state}" + ("" if changed else " (no change)"))
         return 0
 
@@ -215,6 +220,51 @@ async def _dlq_change(jq: JobQueue, args: argparse.Namespace, action: str) -> in
     return 1 if missing else 0
 
 
+# -- admin: workers, peek, purge, top (the logic is in engine/admin.py, engine/tui.py) --
+
+
+def cmd_workers(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(jq: JobQueue) -> int:
+        names = [args.queue] if args.queue else await jq.queues()
+        views = [view for name in names for view in await admin.workers(jq, name)]
+        print(admin.to_json(views) if args.json else admin.workers_text(views))
+        return 0
+
+    return asyncio.run(_with_queue(settings, work))
+
+
+def cmd_peek(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(jq: JobQueue) -> int:
+        jobs = await admin.peek(jq, args.queue, lane=args.lane, count=args.n)
+        print(admin.to_json(jobs) if args.json else admin.peek_text(jobs))
+        return 0
+
+    return asyncio.run(_with_queue(settings, work))
+
+
+def cmd_purge(args: argparse.Namespace, settings: Settings) -> int:
+    if not args.yes:
+        msg = (
+            f"purge deletes every ready job of lane {args.lane!r} of queue {args.queue!r} "
+            "for good: add --yes to confirm"
+        )
+        raise ConfigError(msg)
+
+    async def work(jq: JobQueue) -> int:
+        by = args.by or admin.operator_name()
+        result = await admin.purge_lane(jq, args.queue, args.lane, by=by)
+        print(admin.to_json(result) if args.json else admin.purge_text(result))
+        return 0
+
+    return asyncio.run(_with_queue(settings, work))
+
+
+def cmd_top(args: argparse.Namespace, settings: Settings) -> int:
+    from engine.tui import run_top  # noqa: PLC0415 - textual loads for the dashboard only
+
+    return asyncio.run(run_top(settings, args.queues, interval_s=args.interval))
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from engine.demo import run_demo  # noqa: PLC0415 - the demo pulls in more
 
@@ -267,15 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=f"{name} handing out claims on a queue")
         _common(p)
         p.add_argument("queue")
+        p.add_argument("--json", action="store_true")
         p.set_defaults(handler=cmd_pause)
 
     _dlq_parser(sub)
+    _admin_parsers(sub)
     add_ledger_commands(sub, _common)
 
     p = sub.add_parser("demo", help="an end-to-end run on a private redis-server")
     _common(p)
-    p.add_argument("--jobs", type=int, default=12)
-    p.set_defaults(handler=cmd_demo)
+    p.add_argument("--jobs", type=int, default=3000, help="ordinary jobs to enqueue")
+    # The live display says what the logs would; keep them for real trouble.
+    p.set_defaults(handler=cmd_demo, log_level="ERROR")
     return parser
 
 
@@ -301,6 +354,37 @@ def _dlq_parser(sub: Any) -> None:
         if name == "purge":
             p.add_argument("--yes", action="store_true", help="confirm the deletion")
     dlq.set_defaults(handler=cmd_dlq)
+
+
+def _admin_parsers(sub: Any) -> None:
+    p = sub.add_parser("workers", help="registered workers: heartbeat age, jobs in flight")
+    _common(p)
+    p.add_argument("queue", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_workers)
+
+    p = sub.add_parser("peek", help="the next ready jobs of a lane")
+    _common(p)
+    p.add_argument("queue")
+    p.add_argument("--lane", help="priority lane (default: the default lane)")
+    p.add_argument("-n", type=int, default=10, help="how many jobs (default 10)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_peek)
+
+    p = sub.add_parser("purge", help="delete every ready job of a lane, an event for each")
+    _common(p)
+    p.add_argument("queue")
+    p.add_argument("--lane", required=True)
+    p.add_argument("--by", help="who asked, for the events (default: user@host)")
+    p.add_argument("--yes", action="store_true", help="confirm the deletion")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_purge)
+
+    p = sub.add_parser("top", help="a live dashboard: queues, workers, dead letters, ledger")
+    _common(p)
+    p.add_argument("queues", nargs="*", help="queues to show (default: every queue)")
+    p.add_argument("--interval", type=parse_duration_s, default=2.0, help="refresh period")
+    p.set_defaults(handler=cmd_top)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

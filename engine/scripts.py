@@ -24,6 +24,7 @@ SCRIPT_NAMES = (
     "dead_letters",
     "idem_begin",
     "idem_commit",
+    "purge_lane",
 )
 
 
@@ -49,6 +50,7 @@ class Scripts:
         self.dead_letters = redis.register_script(source("dead_letters"))
         self.idem_begin = redis.register_script(source("idem_begin"))
         self.idem_commit = redis.register_script(source("idem_commit"))
+        self.purge_lane = redis.register_script(source("purge_lane"))
 
 
 __all__ = ["SCRIPT_NAMES", "AsyncScript", "Scripts", "source"]
