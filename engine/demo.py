@@ -168,6 +168,7 @@ class Demo:
         await self.drain(primary, fallback)
         await primary.close()
         await fallback.close()
+        self.console.print()
         verdict = await self.autopsy(jq)
         await jq.close()
         return verdict

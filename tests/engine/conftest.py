@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -60,8 +61,20 @@ class Running:
         for w, task in list(self.workers):
             if worker is None or w is worker:
                 w.stop()
-                await task
+                await self._stopped(w, task)
                 self.workers.remove((w, task))
+
+    @staticmethod
+    async def _stopped(worker: Worker, task: asyncio.Task[None]) -> None:
+        """Wait for a graceful stop; a stop that hangs fails with every task's stack."""
+        done, _ = await asyncio.wait([task], timeout=worker.settings.shutdown_grace_s + 20)
+        if done:
+            await task
+            return
+        stacks = io.StringIO()
+        for pending in asyncio.all_tasks():
+            pending.print_stack(file=stacks)
+        pytest.fail(f"worker {worker.worker_id} did not stop:\n{stacks.getvalue()}")
 
 
 @pytest.fixture
