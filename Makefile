@@ -28,6 +28,7 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
+	sh deploy/prometheus/ensure-promtool.sh
 	$(BIN)/pytest -n 2 -q
 
 bench: $(STAMP)

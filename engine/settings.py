@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     ledger_max_backlog: int = Field(default=1_000_000, ge=0)
     ledger_max_age_ms: int = Field(default=0, ge=0)
 
+    # Metrics and health: /metrics, /healthz and /readyz over HTTP, served by workers and
+    # by `jobqueue ship` when metrics_port is set (0 picks a free port, logged at start).
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
     @field_validator("namespace")
     @classmethod
     def _namespace_is_safe(cls, value: str) -> str:

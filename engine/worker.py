@@ -26,6 +26,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from engine import health, metrics
 from engine.app import App, Handler, JobContext, Retry, backoff_ms
 from engine.connection import check_server, create_redis
 from engine.errors import LeaseLost
@@ -156,6 +157,7 @@ class Worker:
         self._shipper: Shipper | None = None
         self._ledger: NdjsonSink | None = None
         self._shipper_task: asyncio.Task[None] | None = None
+        self._endpoint: health.Endpoint | None = None
 
     def _queue(self, name: str) -> _Queue:
         ops = WorkerOps(self.scripts, check_name("queue", name), self.worker_id, self.settings)
@@ -186,6 +188,7 @@ class Worker:
             asyncio.create_task(self._reaper_loop()),
         ]
         try:
+            self._endpoint = await health.serve_worker(self, [q.name for q in self._queues])
             await self._stopping.wait()
         finally:
             await self._shutdown()
@@ -204,17 +207,15 @@ class Worker:
         self.stop()
 
     async def _shutdown(self) -> None:
-        claim_loops = self._loops[: len(self._queues)]
-        for task in claim_loops:
-            task.cancel()
-        await asyncio.gather(*claim_loops, return_exceptions=True)
+        await cancel_all(self._loops[: len(self._queues)])
         await self._drain_in_flight()
-        for task in self._loops[len(self._queues) :]:
-            task.cancel()
-        await asyncio.gather(*self._loops[len(self._queues) :], return_exceptions=True)
+        # Heartbeats and the reaper run until the in-flight jobs are done or given up.
+        await cancel_all(self._loops[len(self._queues) :])
         for queue in self._queues:
             await self._leave(queue)
         await self._stop_shipper()
+        if self._endpoint is not None:
+            await self._endpoint.close()
         self._threads.shutdown(wait=False, cancel_futures=True)
         if self._owns_redis:
             await self.redis.aclose()
@@ -258,9 +259,7 @@ class Worker:
                 "waiting_for_jobs", jobs=len(tasks), grace_s=self.settings.shutdown_grace_s
             )
             _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace_s)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_all(list(pending))
 
     async def _leave(self, queue: _Queue) -> None:
         """Give unfinished jobs back to their lanes and leave the registry."""
@@ -306,6 +305,7 @@ class Worker:
         except RedisError as exc:
             self.stats.setdefault("heartbeat_failures", 0)
             self.stats["heartbeat_failures"] += 1
+            metrics.HEARTBEAT_FAILURES.labels(queue.name).inc()
             self.log.warning(
                 "heartbeat_failed",
                 queue=queue.name,
@@ -363,6 +363,7 @@ class Worker:
             )
             return
         if reply.workers:
+            metrics.reaped(queue.name, reply.workers, reply.returned, reply.dead)
             self.log.critical(
                 "dead_workers_reaped", queue=queue.name, workers=reply.workers,
                 jobs_returned=reply.returned, jobs_dead_lettered=reply.dead,
@@ -407,6 +408,7 @@ class Worker:
                 failure_rate=s.breaker_failure_rate, window_s=s.breaker_window_s,
                 min_calls=s.breaker_min_calls, reset_timeout_s=s.breaker_cooldown_s,
                 probe_timeout_s=s.breaker_cooldown_s,
+                on_change=metrics.breaker_listener(f"task:{task}"),
             )  # fmt: skip
             self.breakers[task] = breaker
         return breaker
@@ -631,6 +633,8 @@ class Worker:
         status = await self._persist(queue, job, lambda: acks.submit(item))
         if status == "ok":
             self.stats["acked"] += 1
+            outcome: metrics.Outcome = "deduplicated" if item.duplicate_of else "acked"
+            metrics.job_finished(queue.name, job.task, outcome, run_ms)
             self.log.debug(
                 "job_acked",
                 queue=queue.name,
@@ -683,9 +687,11 @@ class Worker:
         }
         if kind == "retried":
             self.stats["failed"] += 1
+            metrics.job_finished(queue.name, job.task, "failed", run_ms)
             self.log.info("job_failed", **fields, next="retrying", due_ms=int(detail) or None)
         elif kind == "dead":
             self.stats["failed"] += 1
+            metrics.job_finished(queue.name, job.task, "dead", run_ms)
             self.log.warning(
                 "job_dead_lettered",
                 **fields,
@@ -697,6 +703,7 @@ class Worker:
 
     def _rejected(self, queue: _Queue, job: ClaimedJob, status: str, op: str) -> None:
         self.stats["rejected"] += 1
+        metrics.ack_rejected(queue.name, job.task, op)
         self.log.warning(
             "ack_rejected",
             queue=queue.name,
@@ -725,6 +732,18 @@ class Worker:
                     next=f"retrying in {pause_s:.2f}s",
                 )
                 await asyncio.sleep(pause_s)
+
+
+async def cancel_all(tasks: list[asyncio.Task[None]], retry_s: float = 1.0) -> None:
+    """Cancel tasks until they have ended. A cancellation that lands while redis-py is
+    inside its connection code can be swallowed there, and a loop that lost it would run
+    on for good: so cancel again until every task is done."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=retry_s)
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def run_worker(app: App, queues: list[str], settings: Settings) -> None:

@@ -27,6 +27,7 @@ from redis.exceptions import RedisError
 
 from engine.connection import check_server, create_redis
 from engine.errors import ConfigError, EngineError
+from engine.health import serve_shipper
 from engine.logs import configure_logging
 from engine.settings import Settings, load_settings
 from ledger.shipper import DEFAULT_BATCH_SIZE, DEFAULT_CLAIM_IDLE_MS, Shipper
@@ -164,7 +165,8 @@ async def _ship(args: argparse.Namespace, settings: Settings, sink: Sink) -> Non
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, shipper.stop)
-        await shipper.run()
+        async with serve_shipper(shipper):
+            await shipper.run()
     finally:
         await _close(sink)
         await redis.aclose()

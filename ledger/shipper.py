@@ -42,6 +42,7 @@ import structlog
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from engine import metrics
 from engine.keys import QueueKeys, queues_key
 from engine.settings import Settings
 from ledger.errors import SchemaViolation
@@ -232,6 +233,7 @@ class Shipper:
 
     def _step_failed(self, state: _QueueState, kind: str) -> None:
         self.errors[kind] += 1
+        metrics.ship_failed(self.sink.name, kind)
         state.failures += 1
         state.retry_in_s = self._retry_delay_s(state.failures)
         state.pending_from = "0"  # whatever this consumer holds is sent again
@@ -365,6 +367,7 @@ class Shipper:
 
         await self._ack_and_delete(state.keys.events, done_ids)
         self.shipped[self.sink.name] += len(events)
+        metrics.events_shipped(self.sink.name, len(events))
         self.log.debug("events_shipped", queue=queue, events=len(events))
         return len(events)
 
@@ -428,10 +431,11 @@ class Shipper:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.xlen(stream)
             pipe.xrange(stream, count=1)
-            pipe.time()
-            length, first, (now_s, now_us) = await pipe.execute()
+            length, first = await pipe.execute()
         if not first:
             return int(length), 0
+        # TIME apart: a cluster pipeline refuses a command that names no key.
+        now_s, now_us = await self.redis.time()
         now_ms = int(now_s) * 1000 + int(now_us) // 1000
         return int(length), max(0, now_ms - _stream_ms(_text(first[0][0])))
 
