@@ -3,7 +3,8 @@
 Three worker processes handle 1,000 jobs whose handler increments a per-job counter
 through the idempotent path; workers are killed at random moments and restarted. At the
 end every counter is exactly 1, every job's history ends in `acked` or `deduplicated`,
-no message was published twice, and nothing is left in processing lists or streams.
+no message was published twice, nothing is left in processing lists or streams, and
+`replay` finds no anomaly in the ledger.
 Randomness is seeded; the seed is printed (and named in every assertion) so a failure
 can be replayed with CHAOS_SEED=<seed>.
 """
@@ -11,6 +12,7 @@ can be replayed with CHAOS_SEED=<seed>.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -19,6 +21,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -27,6 +30,7 @@ from engine.queue import JobQueue, JobSpec
 from engine.settings import Settings
 from ledger.event import JobEvent
 from ledger.shipper import Shipper
+from replay.cli import main as replay_main
 from sinks.ndjson import NdjsonSink, read_events
 from sinks.scrub import Scrubber
 from tests.engine.conftest import wait_for
@@ -97,10 +101,25 @@ def ledger_events(root: Path) -> dict[str, JobEvent]:
     return found
 
 
+def replay_anomalies(root: Path, capsys: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    """What `replay incident` flags over the whole ledger (every worker's folder)."""
+    sources = [arg for p in sorted(root.iterdir()) if p.is_dir() for arg in ("--source", str(p))]
+    capsys.readouterr()
+    code = replay_main(["incident", "--since", "-1h", "--json", *sources])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    found: list[dict[str, Any]] = report["anomalies"]
+    return found
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_killed_workers_never_apply_an_effect_twice(
-    redis: Redis, redis_server: RedisServer, settings: Settings, tmp_path: Path
+    redis: Redis,
+    redis_server: RedisServer,
+    settings: Settings,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     seed = int(os.environ.get("CHAOS_SEED", random.randrange(1_000_000)))
     print(f"chaos seed {seed}")
@@ -150,6 +169,8 @@ async def test_killed_workers_never_apply_an_effect_twice(
         assert len(published) == 1, f"seed {seed}: {job_id} published {len(published)} times"
         seqs = [e.seq for e in histories[job_id] if e.seq is not None]
         assert seqs == list(range(1, len(seqs) + 1)), f"seed {seed}: {job_id} seq gap {seqs}"
+    anomalies = replay_anomalies(ledger, capsys)
+    assert anomalies == [], f"seed {seed}: replay found {anomalies[:5]}"
     kinds = Counter(e.type for events in histories.values() for e in events)
     print(f"chaos seed {seed}: {dict(kinds)}")
     assert kinds["reaped"] > 0, f"seed {seed}: no worker died holding a job; nothing was tested"
