@@ -26,6 +26,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Footer, Header, Label, Sparkline, Static
@@ -386,7 +387,13 @@ class TopApp(App[None]):
             except (RedisError, EngineError) as exc:
                 self._status(f"cannot read Redis: {exc}; trying again in {self.interval_s:g}s")
                 return
-            await self._show(snapshot)
+            if not self.is_running:
+                return  # the app is closing: its widgets may already be gone
+            try:
+                await self._show(snapshot)
+            except NoMatches:
+                # A refresh that was in flight while the screen closed has nothing to draw.
+                return
 
     async def _show(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
