@@ -20,6 +20,7 @@ from pathlib import Path
 from bench import apps
 from bench.harness import QUICK, ROOT, Bench, Row, Sizes
 from bench.latency import bench_baseline, bench_claim, bench_pickup
+from bench.ledger import bench_ledger
 from bench.memory import bench_memory
 from bench.report import load_average, machine, results_markdown, table
 from bench.throughput import bench_e2e, bench_enqueue, profile_worker
@@ -38,6 +39,7 @@ SECTIONS: dict[str, Callable[[Bench], Awaitable[list[Row]]]] = {
     "pickup": bench_pickup,
     "memory": bench_memory,
     "claim": bench_claim,
+    "ledger": bench_ledger,
 }
 
 SIZE_HELP = {
@@ -51,6 +53,8 @@ SIZE_HELP = {
     "deep": "queue depth of the second claim measurement",
     "claims": "timed claim(1) calls at each depth",
     "memory_jobs": "jobs of the memory measurement",
+    "ledger_events": "outbox events shipped to each sink",
+    "scrub_events": "events scrubbed in each timed run",
 }
 
 

@@ -53,9 +53,11 @@ class Sizes:
     deep: int = 1_000_000
     claims: int = 200
     memory_jobs: int = 10_000
+    ledger_events: int = 30_000
+    scrub_events: int = 10_000
 
 
-QUICK = Sizes(500, 2_000, 10_000, 300, 2_000, 100, 1_000, 20_000, 200, 2_000)
+QUICK = Sizes(500, 2_000, 10_000, 300, 2_000, 100, 1_000, 20_000, 200, 2_000, 3_000, 1_000)
 
 
 @dataclass(frozen=True, slots=True)
