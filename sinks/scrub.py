@@ -97,6 +97,16 @@ DEFAULT_DENIED_KEYS: tuple[str, ...] = (
     "passport",
     "date of birth",
     "birth date",
+    # Names and postal addresses identify people as surely as an email does.
+    "full name",
+    "first name",
+    "last name",
+    "customer name",
+    "address",
+    "street",
+    "postcode",
+    "postal code",
+    "zip code",
 )
 
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")

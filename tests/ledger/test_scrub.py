@@ -234,14 +234,14 @@ def test_drop_action_removes_denied_keys() -> None:
 def test_path_rules_match_dotted_paths_with_wildcards() -> None:
     """`*` matches any key or list index; a path rule beats the key denylist."""
     rules = (
-        PathRule(path="customer.address.street"),
+        PathRule(path="customer.delivery.street"),
         PathRule(path="customer.notes", action=ScrubAction.DROP),
         PathRule(path="items.*.sku", action=ScrubAction.HASH),
         PathRule(path="*.email", action=ScrubAction.HASH),
     )
     payload = {
         "customer": {
-            "address": {"street": "12 Analytical St", "city": "London"},
+            "delivery": {"street": "12 Analytical St", "city": "London"},
             "notes": ["door code 1234"],
             "email": "ada@example.com",
         },
@@ -250,7 +250,7 @@ def test_path_rules_match_dotted_paths_with_wildcards() -> None:
 
     scrubbed = _hashing(path_rules=rules).scrub_value(payload)
 
-    assert scrubbed["customer"]["address"] == {"street": "[REDACTED:path]", "city": "London"}
+    assert scrubbed["customer"]["delivery"] == {"street": "[REDACTED:path]", "city": "London"}
     assert "notes" not in scrubbed["customer"]
     assert scrubbed["customer"]["email"].startswith("hmac:k1:")
     assert [item["sku"][:8] for item in scrubbed["items"]] == ["hmac:k1:", "hmac:k1:"]
@@ -424,3 +424,14 @@ def test_disabled_detectors_leave_their_matches() -> None:
     scrubbed = scrubber.scrub_value({"a": "ada@example.com 203.0.113.7", "phone": "x"})
 
     assert scrubbed == {"a": "[REDACTED:email] 203.0.113.7", "phone": "[REDACTED:phone]"}
+
+
+def test_names_and_postal_addresses_are_denied_by_default() -> None:
+    """A customer's name and address identify a person as surely as an email does."""
+    payload = {"customer_name": "Ada", "shipping_address": "1 Road", "order_id": 5}
+
+    scrubbed = Scrubber().scrub_value(payload)
+
+    assert scrubbed["customer_name"].startswith("[REDACTED")
+    assert scrubbed["shipping_address"].startswith("[REDACTED")
+    assert scrubbed["order_id"] == 5
