@@ -1,7 +1,6 @@
 """Ledger commands: `ship` runs a standalone shipper, `ledger drain` re-ships a fallback folder.
 
-engine.cli adds them to `jobqueue` with `add_ledger_commands`; `python -m ledger.cli` runs
-them on their own, with the same connection and logging options.
+engine.cli adds them to `jobqueue` with `add_ledger_commands`.
 
     jobqueue ship [QUEUE...] --sink kafka --bootstrap HOST:PORT --topic T --fallback DIR
     jobqueue ledger drain --folder DIR --sink kafka --bootstrap HOST:PORT --topic T
@@ -17,19 +16,17 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import structlog
-from redis.exceptions import RedisError
 
 from engine.connection import check_server, create_redis
-from engine.errors import ConfigError, EngineError
+from engine.errors import ConfigError
 from engine.health import serve_shipper
-from engine.logs import configure_logging
-from engine.settings import Settings, load_settings
+from engine.settings import Settings
 from ledger.shipper import DEFAULT_BATCH_SIZE, DEFAULT_CLAIM_IDLE_MS, Shipper
 from sinks.base import DEFAULT_WRITE_TIMEOUT_S, Sink, SinkError
 from sinks.fallback import DEFAULT_DRAIN_BATCH_SIZE, DrainReport, FallbackSink, drain
@@ -285,40 +282,3 @@ def add_ledger_commands(subparsers: Any, common: Common) -> None:
 
 
 # -- standalone ------------------------------------------------------------------------
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="YAML settings file")
-    parser.add_argument("--redis-url", help="redis:// or rediss:// URL (JOBQUEUE_REDIS_URL)")
-    parser.add_argument("--namespace", help="key namespace (default jobqueue)")
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ledger.cli", description=__doc__)
-    add_ledger_commands(parser.add_subparsers(dest="command", required=True), _common)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run one ledger command without the rest of `jobqueue`."""
-    args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)
-    try:
-        settings = load_settings(args.config, redis_url=args.redis_url, namespace=args.namespace)
-        return int(args.handler(args, settings))
-    except ConfigError as exc:
-        print(f"jobqueue: {exc}", file=sys.stderr)
-        return 2
-    except (EngineError, SinkError) as exc:
-        print(f"jobqueue: {exc}", file=sys.stderr)
-        return 1
-    except (RedisError, OSError) as exc:
-        print(f"jobqueue: cannot reach Redis: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -149,7 +149,7 @@ async def test_the_standalone_shipper_ships_every_queue_of_the_cluster(
 
 def _start_shipper(url: str, folder: Path) -> subprocess.Popen[str]:
     command = [
-        sys.executable, "-m", "ledger.cli", "ship", "--sink", "ndjson", "--folder", str(folder),
+        sys.executable, "-m", "engine.cli", "ship", "--sink", "ndjson", "--folder", str(folder),
         "--redis-url", url, "--consumer", "cluster-test",
     ]  # fmt: skip
     return subprocess.Popen(

@@ -23,12 +23,12 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from structlog.testing import capture_logs
 
+from engine.cli import main as jobqueue
 from engine.errors import Backpressure
 from engine.keys import QueueKeys
 from engine.ops import AckItem
 from engine.queue import JobQueue
 from engine.settings import Settings
-from ledger.cli import build_parser, cmd_drain
 from ledger.event import JobEvent
 from ledger.shipper import GROUP, Shipper
 from sinks.base import Sink, SinkUnavailable
@@ -331,11 +331,9 @@ async def test_ledger_drain_command_reships_a_fallback_folder(
     await source.write(events[4:])
     await source.close()
 
-    args = build_parser().parse_args(
-        ["ledger", "drain", "--folder", str(tmp_path / "fallback"), "--sink", "ndjson",
-         "--to-folder", str(tmp_path / "primary"), "--redis-url", redis_server.url]
-    )  # fmt: skip
-    assert await asyncio.to_thread(cmd_drain, args, settings) == 0
+    argv = ["ledger", "drain", "--folder", str(tmp_path / "fallback"), "--sink", "ndjson",
+            "--to-folder", str(tmp_path / "primary"), "--redis-url", redis_server.url]  # fmt: skip
+    assert await asyncio.to_thread(jobqueue, argv) == 0
 
     assert shipped_ids(tmp_path / "primary") == [event.event_id for event in events]
     assert iter_segments(tmp_path / "fallback") == []
@@ -354,7 +352,7 @@ async def test_entries_held_by_a_killed_shipper_are_claimed_again_and_shipped(
     await enqueue(jq, 25)
     expected = await outbox_ids(redis)
     command = [
-        sys.executable, "-m", "ledger.cli", "ship", Q, "--sink", "ndjson",
+        sys.executable, "-m", "engine.cli", "ship", Q, "--sink", "ndjson",
         "--folder", str(blocked_folder(tmp_path, "doomed")), "--consumer", "doomed",
         "--batch-size", "10", "--redis-url", redis_server.url, "--log-level", "WARNING",
     ]  # fmt: skip

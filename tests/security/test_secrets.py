@@ -27,7 +27,7 @@ COMMANDS = {
         "worker_started",
     ),
     "shipper": (
-        ["ledger.cli", "ship", "--sink", "ndjson", "--folder", "{tmp}/out"],
+        ["engine.cli", "ship", "--sink", "ndjson", "--folder", "{tmp}/out"],
         "shipper_started",
     ),
 }
