@@ -20,7 +20,6 @@ from engine.names import check_name
 from engine.scripts import Scripts
 from engine.settings import Settings
 
-ENQUEUE_STRIDE = 10
 DLQ_BATCH = 1000
 
 
@@ -124,24 +123,32 @@ class JobQueue:
     async def enqueue_many(
         self, queue: str, specs: Sequence[JobSpec], *, wait_s: float = 0.0
     ) -> list[str]:
-        """Enqueue several jobs in one atomic call; all or, on a full queue, a prefix."""
+        """Enqueue several jobs in one atomic call. On a full lane or queue, the jobs before
+        the first refused one are enqueued; with `wait_s`, the rest are sent again as room
+        appears until the deadline, then `QueueFull` is raised."""
         keys = self.keys(queue)
-        ids, argv = self._enqueue_args(queue, specs)
+        ids = [new_job_id() if s.job_id is None else check_name("job id", s.job_id) for s in specs]
+        argv = self._enqueue_args(queue, specs, ids)
         await self._register_queue(queue)
         deadline = time.monotonic() + wait_s
+        done: list[str] = []
         while True:
             reply = await self.scripts.enqueue(
                 keys=[keys.events, keys.scheduled, keys.wake, keys.meta, *self.lane_keys(keys)],
                 args=argv,
             )
-            try:
-                return self._enqueue_result(queue, ids, specs, reply)
-            except QueueFull:
-                if time.monotonic() >= deadline:
-                    raise
-                await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
+            accepted, full = self._enqueue_result(queue, ids, specs, reply)
+            done += accepted
+            if full is None:
+                return done
+            if time.monotonic() >= deadline:
+                raise full
+            rest = len(accepted)
+            ids, specs = ids[rest:], specs[rest:]
+            argv = self._enqueue_args(queue, specs, ids)
+            await asyncio.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
-    def _enqueue_args(self, queue: str, specs: Sequence[JobSpec]) -> tuple[list[str], list[Any]]:
+    def _enqueue_args(self, queue: str, specs: Sequence[JobSpec], ids: list[str]) -> list[Any]:
         s = self.settings
         keys = self.keys(queue)
         argv: list[Any] = [
@@ -153,10 +160,7 @@ class JobQueue:
             s.idempotency_ttl_ms,
             len(specs),
         ]
-        ids = []
-        for spec in specs:
-            job_id = new_job_id() if spec.job_id is None else check_name("job id", spec.job_id)
-            ids.append(job_id)
+        for job_id, spec in zip(ids, specs, strict=True):
             argv += [
                 job_id,
                 check_name("task", spec.task),
@@ -169,7 +173,7 @@ class JobQueue:
                 spec.trace_id or "",
                 "" if spec.idempotency_key is None else _idem_key(spec.idempotency_key),
             ]
-        return ids, argv
+        return argv
 
     def _lane_index(self, lane: str) -> int:
         try:
@@ -180,22 +184,24 @@ class JobQueue:
 
     def _enqueue_result(
         self, queue: str, ids: list[str], specs: Sequence[JobSpec], reply: list[Any]
-    ) -> list[str]:
+    ) -> tuple[list[str], QueueFull | None]:
+        """The ids the script accepted (a duplicate's is the first job's), and the
+        `QueueFull` that ended the batch early, if one did."""
         if reply and reply[0] == "bp":
             raise Backpressure(queue, int(reply[1]), int(reply[2]), self._bp_limit())
-        result = []
-        for job_id, spec, status in zip(ids, specs, reply, strict=True):
+        accepted: list[str] = []
+        for job_id, spec, status in zip(ids, specs, reply, strict=False):
             kind, _, detail = str(status).partition(":")
-            result.append(detail if kind == "dup" else job_id)
-            if status == "exists":
+            if kind == "exists":
                 msg = f"job {job_id!r} already exists in queue {queue!r}; nothing was enqueued"
                 raise JobExists(msg)
             if kind == "lane_full":
                 lane = spec.lane or self.settings.default_lane
-                raise QueueFull(queue, int(detail), self.settings.max_lane_length, lane)
+                return accepted, QueueFull(queue, int(detail), self.settings.max_lane_length, lane)
             if kind == "queue_full":
-                raise QueueFull(queue, int(detail), self.settings.max_queue_length)
-        return result
+                return accepted, QueueFull(queue, int(detail), self.settings.max_queue_length)
+            accepted.append(detail if kind == "dup" else job_id)
+        return accepted, None
 
     def _bp_limit(self) -> str:
         s = self.settings

@@ -9,7 +9,8 @@
 --   delay ms, due at ms (0: none), trace id, idempotency key ('' for none)
 -- Returns {'bp', backlog, age_ms} when the ledger backlog refuses the batch, else one
 -- status per job: 'ok', 'exists', 'dup:<first job id>', 'lane_full:<length>' or
--- 'queue_full:<length>'.
+-- 'queue_full:<length>'. The first full status ends the batch: what was enqueued is
+-- always a prefix, and the caller may send the rest again later.
 local stream, scheduled, wake_key = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
 local now = now_ms()
@@ -48,8 +49,10 @@ for j = 0, n - 1 do
     out[#out + 1] = 'exists'
   elseif max_queue > 0 and queue_len >= max_queue then
     out[#out + 1] = 'queue_full:' .. queue_len
+    break
   elseif max_lane > 0 and lane_len >= max_lane then
     out[#out + 1] = 'lane_full:' .. lane_len
+    break
   else
     local due = 0
     if delay > 0 then due = now + delay elseif due_at > now then due = due_at end

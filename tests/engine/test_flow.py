@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 
 import pytest
@@ -105,6 +106,28 @@ async def test_enqueue_past_the_queue_limit_raises_and_can_wait_for_room(
 
     assert await waiting
     assert await redis.llen(jq.keys(Q).lane("low")) == 1
+
+
+async def test_a_batch_into_a_full_lane_enqueues_a_prefix_and_waits_for_the_rest(
+    redis: Redis, settings: Settings
+) -> None:
+    """The first refused job ends the batch; with wait_s only the rest is sent again."""
+    jq = JobQueue(redis, settings.model_copy(update={"max_lane_length": 2}))
+    specs = [JobSpec("t", {"n": n}) for n in range(4)]
+    with pytest.raises(QueueFull):
+        await jq.enqueue_many(Q, specs)
+    assert await redis.llen(jq.keys(Q).lane("default")) == 2
+
+    ops = await registered_ops(redis, settings, Q, "w1")
+    waiting = asyncio.create_task(jq.enqueue_many(Q, specs[2:], wait_s=10))
+    await asyncio.sleep(0.1)
+    await ops.claim(2)
+    ids = await waiting
+
+    assert len(ids) == 2
+    assert await redis.lrange(jq.keys(Q).lane("default"), 0, -1) == ids
+    payloads = [json.loads((await jq.job(Q, i))["payload"])["n"] for i in ids]
+    assert payloads == [2, 3]
 
 
 async def test_a_paused_queue_accepts_enqueues_but_hands_out_no_claims(
