@@ -108,19 +108,22 @@ def from_records(records: list[Any]) -> list[Event] | None:
     """`from_record` over a whole list, or None when any record needs the slow way.
 
     The checks are the same, made with C-level loops (`map` over item getters) rather than
-    a Python call per record: reading is what a rebuild costs.
+    a Python call per record: reading is what a rebuild costs. Events are built first and
+    checked after, so that no list of intermediate tuples is kept.
     """
     try:
         if set(map(len, records)) != {RECORD_KEYS}:
             return None
-        values = list(map(_values_of_record, records))
-        ids = list(map(_event_id_of_record, records))
-        expected = list(map("/".join, map(_queue_and_stream_id, values)))
+        events = list(map(_new_event, map(_values_of_record, records)))
+        ids = map(_event_id_of_record, records)
+        expected = map("/".join, map(_queue_and_stream_id, events))
+        if not all(map(operator.eq, ids, expected)):
+            return None
     except (KeyError, TypeError):  # a record that is no dict, or lacks a key or a string
         return None
-    if ids != expected or set(map(type, map(_ts_of, values))) != {int}:
+    if set(map(type, map(_ts_of, events))) != {int}:
         return None
-    return list(map(_new_event, values))
+    return events
 
 
 _event_id_of_record = operator.itemgetter("event_id")

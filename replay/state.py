@@ -21,7 +21,9 @@ from replay.merge import gc_paused
 
 TO_HEAD: Final = frozenset({"reaped", "returned"})
 
-Where = tuple[str, str]  # ("lane", lane), ("processing", worker), ("scheduled", ""), ("dead", "")
+# The container that holds a job id: its lane, a worker's processing list, the scheduled
+# set or the dead letters. Kept by identity, so taking the id out needs no lookup.
+Where = deque[str] | list[str] | dict[str, int]
 
 
 @dataclass(slots=True)
@@ -33,7 +35,7 @@ class JobState:
     worker: str | None = None
     seq: int | None = None
     task: str | None = None
-    where: Where | None = None
+    where: Where | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -64,51 +66,45 @@ class QueueState:
         where, job.where = job.where, None
         if where is None:
             return
-        if where[0] == "scheduled":
-            self.scheduled.pop(job_id, None)
-            return
-        container = self._container(where)
-        if container is None:
-            return
-        if isinstance(container, deque) and container and container[0] == job_id:
-            container.popleft()  # a claim takes the head of its lane: the common case
-            return
-        with contextlib.suppress(ValueError):  # not there: it arrived before the window
-            container.remove(job_id)
-
-    def _container(self, where: Where) -> deque[str] | list[str] | None:
-        kind, name = where
-        if kind == "lane":
-            return self.lanes.get(name)
-        if kind == "processing":
-            return self.processing.get(name)
-        return self.dead
+        if isinstance(where, dict):
+            where.pop(job_id, None)
+        elif where and where[0] == job_id:
+            del where[0]  # a claim takes the head of its lane; an ack, the oldest claim
+        else:
+            with contextlib.suppress(ValueError):  # not there: it arrived before the window
+                where.remove(job_id)
 
     def put(self, job_id: str, job: JobState, event: Event) -> None:
         """Place the job id where its new state keeps it."""
         state = job.state
         if state == "ready" and job.lane is not None:
-            lane = self.lanes.setdefault(job.lane, deque())
+            lane = self.lanes.get(job.lane)
+            if lane is None:
+                lane = self.lanes[job.lane] = deque()
             if event.type in TO_HEAD:
                 lane.appendleft(job_id)
             else:
                 lane.append(job_id)
-            job.where = ("lane", job.lane)
+            job.where = lane
         elif state == "active" and job.worker is not None:
-            self.processing.setdefault(job.worker, []).append(job_id)
-            job.where = ("processing", job.worker)
+            claimed = self.processing.get(job.worker)
+            if claimed is None:
+                claimed = self.processing[job.worker] = []
+            claimed.append(job_id)
+            job.where = claimed
         elif state == "scheduled":
             self.scheduled[job_id] = event.due_at_ms or 0
-            job.where = ("scheduled", "")
+            job.where = self.scheduled
         elif state == "dead":
             self.dead.append(job_id)
-            job.where = ("dead", "")
+            job.where = self.dead
 
     def drop_processing(self, worker: str) -> None:
         """The worker's processing list is deleted (reaped, or left the registry)."""
-        for job_id in self.processing.pop(worker, []):
+        claimed = self.processing.pop(worker, [])
+        for job_id in claimed:
             job = self.jobs.get(job_id)
-            if job is not None and job.where == ("processing", worker):
+            if job is not None and job.where is claimed:
                 job.where = None
 
 
