@@ -119,15 +119,15 @@ async def workers(jq: JobQueue, queue: str, *, max_ids: int = MAX_LISTED_IDS) ->
     members = sorted(cast(set[str], await jq.redis.smembers(keys.workers)))
 
     async with jq.redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         for worker in members:
             pipe.get(keys.heartbeat(worker))
             pipe.pttl(keys.heartbeat(worker))
             pipe.llen(keys.processing(worker))
             pipe.lrange(keys.processing(worker), 0, max_ids - 1)
-        now, *replies = await pipe.execute()
+        replies = await pipe.execute()
 
-    now_ms = _ms(now)
+    # TIME apart: a cluster pipeline refuses a command that names no key.
+    now_ms = _ms(await jq.redis.time())
     return [
         _worker_view(queue, worker, now_ms, replies[i * 4 : i * 4 + 4])
         for i, worker in enumerate(members)
@@ -229,12 +229,11 @@ async def ledger_backlog(jq: JobQueue, queue: str) -> LedgerBacklog:
     """Un-shipped events in the queue's outbox and the age of the oldest (server clock)."""
     events_key = jq.keys(queue).events
     async with jq.redis.pipeline(transaction=False) as pipe:
-        pipe.time()
         pipe.xlen(events_key)
         pipe.xrange(events_key, count=1)
-        now, length, first = await pipe.execute()
+        length, first = await pipe.execute()
 
-    age_ms = _ms(now) - int(first[0][0].split("-")[0]) if first else None
+    age_ms = _ms(await jq.redis.time()) - int(first[0][0].split("-")[0]) if first else None
     return LedgerBacklog(queue, int(length), age_ms, past_bound(jq.settings, length, age_ms))
 
 

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from structlog.testing import capture_logs
 
+from engine import admin
 from engine.errors import ConfigError
 from engine.ops import WorkerOps
 from engine.queue import JobQueue, JobSpec
@@ -114,6 +115,24 @@ async def test_stats_dead_letters_and_operator_commands_work_on_every_master(
         assert (await jq.stats(queue)).lanes["default"] == 2
 
     assert await jq.queues() == spread_queues
+
+
+async def test_admin_reads_work_on_every_master(
+    cluster_settings: Settings, cluster_jq: JobQueue, spread_queues: list[str]
+) -> None:
+    """`jobqueue workers`, `peek` and the dashboard's backlog read each queue on its own
+    master (the server's clock is read apart: a cluster pipeline refuses TIME)."""
+    jq = cluster_jq
+    for queue in spread_queues:
+        await _dead_letter_one(jq, queue, cluster_settings)
+        await jq.enqueue(queue, "record", {"n": 1})
+
+        (view,) = await admin.workers(jq, queue)
+        assert view.worker == "operator-test"
+        assert [job.task for job in await admin.peek(jq, queue)] == ["record"]
+        backlog = await admin.ledger_backlog(jq, queue)
+        assert backlog.events > 0
+        assert backlog.oldest_age_ms is not None
 
 
 async def _dead_letter_one(jq: JobQueue, queue: str, settings: Settings) -> None:
